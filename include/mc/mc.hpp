@@ -18,6 +18,11 @@
 //   nn/        Module with PyTorch state_dict names, layers, init
 //   optim/     SGD, Adam, AdamW, Adamax, clipping, LR schedules
 //   io/        files (mmap, atomic writes), safetensors, inflate
+//
+// The layers above the engine have their own umbrella headers: "mc/models/models.hpp" (model cards, the
+// encoders, DualEncoder, checkpoint conversion), "mc/data/datasets.hpp" + "mc/data/loader.hpp" (MedMNIST,
+// VQA-RAD, SLAKE, ROCO, the threaded loader), "mc/nn/lora.hpp", "mc/tasks/metrics.hpp", "mc/tasks/ban.hpp";
+// readers for other formats live in io/ (torch_load.hpp, npy.hpp, zip.hpp, image.hpp).
 #pragma once
 #include "mc/autograd/engine.hpp"
 #include "mc/autograd/gradcheck.hpp"
