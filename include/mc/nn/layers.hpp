@@ -1,8 +1,11 @@
 // mc/nn/layers.hpp — the basic layers, with PyTorch's parameter names and default initialisation:
-// Linear, Conv2d, BatchNorm2d, LayerNorm, Embedding, Dropout, activations, Sequential.
+// Linear, Conv2d, BatchNorm2d, LayerNorm, Embedding, Dropout, activations, Sequential; and the hook by
+// which Linear and Conv2d carry an adapter (LayerAdapter, Adaptable; LoRA lives in mc/nn/lora.hpp).
 #pragma once
 #include <cmath>
 #include <functional>
+#include <memory>
+#include <string>
 
 #include "mc/nn/init.hpp"
 #include "mc/nn/module.hpp"
@@ -18,7 +21,35 @@ class UnaryModule : public Module {
   Tensor operator()(const Tensor& x) { return forward(x); }
 };
 
-class Linear : public UnaryModule {
+// ---- adapter hook ----
+// An additive adapter attached to a layer (LoRA: mc/nn/lora.hpp). The layer's forward passes its input x
+// and its own output y through adapt(), which returns y plus the adapter's contribution (or y itself
+// when the adapter is merged into the weight). The adapter is registered as an inline child of the
+// layer, so its tensors are named under the layer's path and follow train()/eval(), to() and state_dict().
+class LayerAdapter : public Module {
+ public:
+  virtual Tensor adapt(const Tensor& x, const Tensor& y) = 0;
+};
+
+// The layers that can carry an adapter (Linear, Conv2d, models::PackedInProjection). Without an adapter
+// (the default) the layer computes exactly what it did before.
+class Adaptable {
+ public:
+  virtual ~Adaptable() = default;
+  std::shared_ptr<LayerAdapter> adapter;  // null: none
+  // The name of the adapted map relative to the module's path: "" (the module itself), or e.g. "in_proj"
+  // for a projection registered inline, whose tensors sit at its parent's level.
+  std::string adapter_name;
+  // Equal blocks packed along the output dimension (3 for a packed q/k/v projection), else 1.
+  int64_t packed_outputs = 1;
+  // The weight an adapter adds its update to when merged: [out, in] or [out, in/groups, kh, kw].
+  virtual Tensor& adaptable_weight() = 0;
+
+ protected:
+  Tensor adapted(const Tensor& x, const Tensor& y) { return adapter ? adapter->adapt(x, y) : y; }
+};
+
+class Linear : public UnaryModule, public Adaptable {
  public:
   Tensor weight, bias;  // [out, in], [out]
   Linear(int64_t in, int64_t out, bool with_bias = true, Generator* g = nullptr) {
@@ -31,10 +62,11 @@ class Linear : public UnaryModule {
       init::uniform_(bias, -bound, bound, g);
     }
   }
-  Tensor forward(const Tensor& x) override { return linear(x, weight, bias); }
+  Tensor forward(const Tensor& x) override { return adapted(x, linear(x, weight, bias)); }
+  Tensor& adaptable_weight() override { return weight; }
 };
 
-class Conv2d : public UnaryModule {
+class Conv2d : public UnaryModule, public Adaptable {
  public:
   Tensor weight, bias;  // [out, in/groups, kh, kw], [out]
   Conv2dParams params;
@@ -54,7 +86,8 @@ class Conv2d : public UnaryModule {
       init::uniform_(bias, -bound, bound, g);
     }
   }
-  Tensor forward(const Tensor& x) override { return conv2d(x, weight, bias, params); }
+  Tensor forward(const Tensor& x) override { return adapted(x, conv2d(x, weight, bias, params)); }
+  Tensor& adaptable_weight() override { return weight; }
 };
 
 // torch's BatchNorm2d also keeps `num_batches_tracked`, used only when momentum is None (a cumulative

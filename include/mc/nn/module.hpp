@@ -7,6 +7,7 @@
 #pragma once
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -60,6 +61,34 @@ struct LoadReport {
     return o.str();
   }
 };
+
+// Copies the tensors of `given` into the same-named tensors of `mine` (views of a model's parameters and
+// buffers), after checking names and shapes. Strict: any missing, unexpected or mismatched name is an
+// mc::Error (from `what`) and nothing is modified. Non-strict: loads what matches and returns the report.
+inline LoadReport load_named(const NamedTensors& mine, const NamedTensors& given_list, bool strict, const char* what) {
+  std::map<std::string, const Tensor*> given;
+  for (auto& [n, t] : given_list) given[n] = &t;
+  LoadReport r;
+  std::set<std::string> known;
+  for (auto& [n, t] : mine) {
+    known.insert(n);
+    auto it = given.find(n);
+    if (it == given.end()) r.missing.push_back(n);
+    else if (it->second->shape() != t.shape())
+      r.mismatched.push_back(n + ": checkpoint " + shape_str(it->second->shape()) + " vs model " + shape_str(t.shape()));
+  }
+  for (auto& [n, t] : given_list)
+    if (!known.count(n)) r.unexpected.push_back(n);
+  MC_CHECK(!strict || r.ok(), what, ": ", r.str());
+  NoGradGuard ng;
+  for (auto& [n, t] : mine) {
+    auto it = given.find(n);
+    if (it == given.end() || it->second->shape() != t.shape()) continue;
+    Tensor dst = t;
+    copy_(dst, *it->second);
+  }
+  return r;
+}
 
 class Module {
  public:
@@ -179,29 +208,7 @@ class Module {
   // strict: any missing, unexpected or shape-mismatched key throws mc::Error listing them all, and nothing
   // is modified. Non-strict: loads what matches and returns the report.
   LoadReport load_state_dict(const NamedTensors& sd, bool strict = true) {
-    std::map<std::string, const Tensor*> given;
-    for (auto& [n, t] : sd) given[n] = &t;
-    NamedTensors mine = state_dict();
-    LoadReport r;
-    std::map<std::string, bool> known;
-    for (auto& [n, t] : mine) {
-      known[n] = true;
-      auto it = given.find(n);
-      if (it == given.end()) r.missing.push_back(n);
-      else if (it->second->shape() != t.shape())
-        r.mismatched.push_back(n + ": checkpoint " + shape_str(it->second->shape()) + " vs model " + shape_str(t.shape()));
-    }
-    for (auto& [n, t] : sd)
-      if (!known.count(n)) r.unexpected.push_back(n);
-    MC_CHECK(!strict || r.ok(), "load_state_dict: ", r.str());
-    NoGradGuard ng;
-    for (auto& [n, t] : mine) {
-      auto it = given.find(n);
-      if (it == given.end() || it->second->shape() != t.shape()) continue;
-      Tensor dst = t;
-      copy_(dst, *it->second);
-    }
-    return r;
+    return load_named(state_dict(), sd, strict, "load_state_dict");
   }
 
   // Moves every parameter and buffer (floating buffers also change dtype in to(DType)).
