@@ -3,7 +3,8 @@
 // The ops layer (mc/ops) checks arguments, allocates outputs, broadcasts, and records autograd; it then
 // calls these primitives on the Backend of the tensors' device. A backend only computes: every output
 // tensor it receives is already allocated with the right shape and dtype, and inputs are on its device.
-// The CPU backend (mc/cpu) is the reference; the CUDA backend registers itself in backend_slot().
+// The CPU backend (mc/cpu) is the reference. A build with the CUDA backend (MC_WITH_CUDA) routes CUDA
+// devices to mc::cuda::backend(); backend_slot() lets a program install another backend for a device type.
 //
 // Conventions shared by all primitives:
 // - Tensors may be non-contiguous unless a primitive says otherwise; broadcast inputs arrive expanded to
@@ -11,6 +12,7 @@
 // - Floating kernels compute in f32 for bf16/f16 (f64 in f64) and round once when storing.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "mc/core/tensor.hpp"
 
@@ -133,6 +135,23 @@ class Backend {
   virtual void adam_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                          const AdamParams& p) = 0;
   virtual void sgd_step(const Tensor& param, const Tensor& grad, const Tensor& buf, const SgdParams& p) = 0;
+
+  // The same updates over many tensors with one set of hyper-parameters (element i of each vector forms
+  // one adam_step / sgd_step; bufs[i] may be undefined as in sgd_step). A backend may fuse them into a few
+  // launches; the default runs the single-tensor update on each, so results do not depend on the grouping.
+  virtual void adam_step_multi(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                               const std::vector<Tensor>& ms, const std::vector<Tensor>& vs, const AdamParams& p) {
+    MC_CHECK(grads.size() == params.size() && ms.size() == params.size() && vs.size() == params.size(),
+             "adam_step_multi: ", params.size(), " params but ", grads.size(), " grads, ", ms.size(), " / ",
+             vs.size(), " state tensors");
+    for (size_t i = 0; i < params.size(); ++i) adam_step(params[i], grads[i], ms[i], vs[i], p);
+  }
+  virtual void sgd_step_multi(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                              const std::vector<Tensor>& bufs, const SgdParams& p) {
+    MC_CHECK(grads.size() == params.size() && bufs.size() == params.size(), "sgd_step_multi: ", params.size(),
+             " params but ", grads.size(), " grads, ", bufs.size(), " buffers");
+    for (size_t i = 0; i < params.size(); ++i) sgd_step(params[i], grads[i], bufs[i], p);
+  }
 };
 
 inline Backend*& backend_slot(DeviceType t) {
@@ -148,9 +167,18 @@ inline Backend*& backend_slot(DeviceType t) {
 #endif
 MC_CPU_BACKEND_LINKAGE Backend& cpu_backend();
 
+#if defined(MC_WITH_CUDA)
+namespace cuda {
+Backend& backend(int device);  // mc/cuda/runtime.hpp, compiled in kernels/
+}
+#endif
+
 inline Backend& backend(Device d) {
   if (d.is_cpu()) return cpu_backend();
   Backend* b = backend_slot(d.type);
+#if defined(MC_WITH_CUDA)
+  if (!b && d.is_cuda()) return cuda::backend(d.index);
+#endif
   MC_CHECK(b, "no backend for device ", d.str(), " (mc was built without CUDA support)");
   return *b;
 }

@@ -122,9 +122,18 @@ inline Allocator*& allocator_slot(DeviceType t) {
   return slots[int(t)];
 }
 
-// The allocator for a device type; CUDA's is set by the CUDA backend when it is compiled in.
+#if defined(MC_WITH_CUDA)
+namespace cuda {
+Allocator& allocator();  // mc/cuda/runtime.hpp: the caching device allocator
+}
+#endif
+
+// The allocator for a device type; CUDA's is the CUDA backend's caching allocator when it is compiled in.
 inline Allocator& allocator(DeviceType t) {
   Allocator* a = allocator_slot(t);
+#if defined(MC_WITH_CUDA)
+  if (!a && t == DeviceType::CUDA) return cuda::allocator();
+#endif
   MC_CHECK(a, "no allocator for device type ", t == DeviceType::CUDA ? "cuda" : "cpu",
            " (was mc built with CUDA?)");
   return *a;

@@ -21,16 +21,16 @@ inline void softmax(const Tensor& out, const Tensor& x, bool log) {
         C m = -std::numeric_limits<C>::infinity();
         for (int64_t j = 0; j < cols; ++j) m = std::max(m, C(xr[j]));
         if (m == -std::numeric_limits<C>::infinity()) m = 0;  // an all -inf row gives NaN like torch
-        C s = 0;
+        double s = 0;  // long rows: a sequential f32 sum would drift by ~1e-5 relative
         for (int64_t j = 0; j < cols; ++j) {
           tmp[size_t(j)] = C(xr[j]) - m;
-          s += std::exp(tmp[size_t(j)]);
+          s += double(std::exp(tmp[size_t(j)]));
         }
         if (log) {
-          const C ls = std::log(s);
+          const C ls = C(std::log(s));
           for (int64_t j = 0; j < cols; ++j) orow[j] = T(tmp[size_t(j)] - ls);
         } else {
-          const C inv = C(1) / s;
+          const C inv = C(1.0 / s);
           for (int64_t j = 0; j < cols; ++j) orow[j] = T(std::exp(tmp[size_t(j)]) * inv);
         }
       }
@@ -53,12 +53,14 @@ inline void softmax_backward(const Tensor& gx, const Tensor& gy, const Tensor& y
         const T* gr = g + r * cols;
         const T* yr = yp + r * cols;
         T* orow = o + r * cols;
-        C s = 0;
+        double acc = 0;  // the row sum in f64, as the forward's
         if (log) {
-          for (int64_t j = 0; j < cols; ++j) s += C(gr[j]);
+          for (int64_t j = 0; j < cols; ++j) acc += double(gr[j]);
+          const C s = C(acc);
           for (int64_t j = 0; j < cols; ++j) orow[j] = T(C(gr[j]) - std::exp(C(yr[j])) * s);
         } else {
-          for (int64_t j = 0; j < cols; ++j) s += C(gr[j]) * C(yr[j]);
+          for (int64_t j = 0; j < cols; ++j) acc += double(C(gr[j]) * C(yr[j]));
+          const C s = C(acc);
           for (int64_t j = 0; j < cols; ++j) orow[j] = T(C(yr[j]) * (C(gr[j]) - s));
         }
       }

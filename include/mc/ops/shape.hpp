@@ -111,6 +111,7 @@ inline Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 inline Tensor embedding(const Tensor& ids, const Tensor& weight, int64_t padding_idx = -1) {
   MC_CHECK(weight.dim() == 2, "embedding: weight must be 2-d, got ", shape_str(weight.shape()));
   Tensor flat = check_index_tensor(ids, "embedding").reshape({-1});
+  detail::check_same_device(weight, flat, "embedding");
   Shape s = ids.shape();
   s.push_back(weight.size(1));
   Tensor out = Tensor::empty({flat.numel(), weight.size(1)}, weight.dtype(), weight.device());
@@ -128,6 +129,7 @@ inline Tensor embedding(const Tensor& ids, const Tensor& weight, int64_t padding
 inline Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   const int d = wrap_dim(dim, size_t(x.dim()), "gather");
   Tensor idx = check_index_tensor(index, "gather");
+  detail::check_same_device(x, idx, "gather");
   MC_CHECK(idx.dim() == x.dim(), "gather: index has ", idx.dim(), " dims, input has ", x.dim());
   for (int k = 0; k < x.dim(); ++k)
     MC_CHECK(k == d || idx.size(k) <= x.size(k), "gather: index shape ", shape_str(idx.shape()),
@@ -145,6 +147,8 @@ inline Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
 inline Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
   const int d = wrap_dim(dim, size_t(x.dim()), "scatter_add");
   Tensor idx = check_index_tensor(index, "scatter_add");
+  detail::check_same_device(x, idx, "scatter_add");
+  detail::check_same_device(x, src, "scatter_add");
   MC_CHECK(idx.dim() == x.dim() && src.dim() == x.dim(), "scatter_add: index, src and input need equal ranks");
   for (int k = 0; k < x.dim(); ++k)
     MC_CHECK(idx.size(k) <= src.size(k) && (k == d || idx.size(k) <= x.size(k)), "scatter_add: index shape ",

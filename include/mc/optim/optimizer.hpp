@@ -3,8 +3,11 @@
 //
 // Update rules are PyTorch's (torch.optim): Adam adds weight decay to the gradient, AdamW decays the weight
 // (w *= 1 - lr * wd) before the Adam update, Adamax uses the infinity norm u = max(b2 * u, |g| + eps).
-// The per-element update is one fused backend primitive (adam_step / sgd_step) per parameter tensor.
+// The per-element update is a fused backend primitive: each step gathers the parameters that share a
+// device, a dtype and identical hyper-parameters (step count included) and updates them with one
+// adam_step_multi / sgd_step_multi call (a few kernel launches on the GPU instead of one per tensor).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -111,6 +114,21 @@ class Optimizer {
   };
   virtual std::pair<std::string, std::string> buffer_names() const = 0;
 
+  // Calls f(group, param, contiguous grad, state) for every parameter that has a gradient, without
+  // recording autograd.
+  template <class F>
+  void for_each_update(F&& f) {
+    NoGradGuard ng;
+    for (size_t i = 0; i < groups_.size(); ++i) {
+      const ParamGroup& g = groups_[i];
+      for (size_t j = 0; j < g.params.size(); ++j) {
+        const Tensor& p = g.params[j];
+        Tensor grad = p.grad();
+        if (grad.defined()) f(g, p, grad.contiguous(), state_[i][j]);
+      }
+    }
+  }
+
   static std::vector<std::pair<std::string, double>> group_scalars(const ParamGroup& g) {
     return {{"lr", g.lr},           {"weight_decay", g.weight_decay}, {"beta1", g.beta1},
             {"beta2", g.beta2},     {"eps", g.eps},                   {"momentum", g.momentum},
@@ -136,23 +154,34 @@ class AdamFamily : public Optimizer {
  public:
   AdamFamily(std::vector<ParamGroup> groups, AdamKind kind) : Optimizer(std::move(groups)), kind_(kind) {}
   void step() override {
-    NoGradGuard ng;
-    for (size_t i = 0; i < groups_.size(); ++i) {
-      const ParamGroup& g = groups_[i];
-      for (size_t j = 0; j < g.params.size(); ++j) {
-        const Tensor& p = g.params[j];
-        Tensor grad = p.grad();
-        if (!grad.defined()) continue;
-        ParamState& s = state_[i][j];
-        if (s.step == 0) {
-          s.a = zeros_like(p);
-          s.b = zeros_like(p);
-        }
-        ++s.step;
-        AdamParams ap{kind_, g.lr, g.beta1, g.beta2, g.eps, g.weight_decay, s.step};
-        backend(p.device()).adam_step(p, grad.contiguous(), s.a, s.b, ap);
+    struct Batch {
+      Device device;
+      DType dtype;
+      AdamParams ap;
+      std::vector<Tensor> p, g, m, v;
+    };
+    std::vector<Batch> batches;
+    for_each_update([&](const ParamGroup& g, const Tensor& p, const Tensor& grad, ParamState& s) {
+      if (s.step == 0) {
+        s.a = zeros_like(p);
+        s.b = zeros_like(p);
       }
-    }
+      ++s.step;
+      const AdamParams ap{kind_, g.lr, g.beta1, g.beta2, g.eps, g.weight_decay, s.step};
+      auto same = [&](const Batch& b) {
+        return b.device == p.device() && b.dtype == p.dtype() && b.ap.lr == ap.lr && b.ap.beta1 == ap.beta1 &&
+               b.ap.beta2 == ap.beta2 && b.ap.eps == ap.eps && b.ap.weight_decay == ap.weight_decay &&
+               b.ap.step == ap.step;
+      };
+      auto it = std::find_if(batches.begin(), batches.end(), same);
+      Batch& b = it != batches.end() ? *it : batches.emplace_back(Batch{p.device(), p.dtype(), ap, {}, {}, {}, {}});
+      b.p.push_back(p);
+      b.g.push_back(grad);
+      b.m.push_back(s.a);
+      b.v.push_back(s.b);
+    });
+    NoGradGuard ng;
+    for (const Batch& b : batches) backend(b.device).adam_step_multi(b.p, b.g, b.m, b.v, b.ap);
   }
 
  protected:
@@ -185,21 +214,31 @@ class SGD : public Optimizer {
                "SGD: Nesterov momentum needs momentum > 0 and dampening = 0");
   }
   void step() override {
+    struct Batch {
+      Device device;
+      DType dtype;
+      SgdParams sp;
+      std::vector<Tensor> p, g, buf;
+    };
+    std::vector<Batch> batches;
+    for_each_update([&](const ParamGroup& g, const Tensor& p, const Tensor& grad, ParamState& s) {
+      const bool first = s.step == 0;
+      if (first && g.momentum != 0) s.a = zeros_like(p);
+      ++s.step;
+      const SgdParams sp{g.lr, g.momentum, g.dampening, g.weight_decay, g.nesterov, first};
+      auto same = [&](const Batch& b) {
+        return b.device == p.device() && b.dtype == p.dtype() && b.sp.lr == sp.lr && b.sp.momentum == sp.momentum &&
+               b.sp.dampening == sp.dampening && b.sp.weight_decay == sp.weight_decay &&
+               b.sp.nesterov == sp.nesterov && b.sp.first_step == sp.first_step;
+      };
+      auto it = std::find_if(batches.begin(), batches.end(), same);
+      Batch& b = it != batches.end() ? *it : batches.emplace_back(Batch{p.device(), p.dtype(), sp, {}, {}, {}});
+      b.p.push_back(p);
+      b.g.push_back(grad);
+      b.buf.push_back(g.momentum != 0 ? s.a : Tensor());
+    });
     NoGradGuard ng;
-    for (size_t i = 0; i < groups_.size(); ++i) {
-      const ParamGroup& g = groups_[i];
-      for (size_t j = 0; j < g.params.size(); ++j) {
-        const Tensor& p = g.params[j];
-        Tensor grad = p.grad();
-        if (!grad.defined()) continue;
-        ParamState& s = state_[i][j];
-        const bool first = s.step == 0;
-        if (first && g.momentum != 0) s.a = zeros_like(p);
-        ++s.step;
-        SgdParams sp{g.lr, g.momentum, g.dampening, g.weight_decay, g.nesterov, first};
-        backend(p.device()).sgd_step(p, grad.contiguous(), g.momentum != 0 ? s.a : Tensor(), sp);
-      }
-    }
+    for (const Batch& b : batches) backend(b.device).sgd_step_multi(b.p, b.g, b.buf, b.sp);
   }
 
  protected:
@@ -217,14 +256,16 @@ inline ParamGroup group_of(const nn::Module& m, ParamGroup hyper) {
 // coefficient max_norm / (norm + 1e-6), applied only when below 1). Returns the norm before clipping.
 inline double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard ng;
-  double total = 0;
+  // The squares are summed where the gradients live and read back once (one device sync, not one each).
+  Tensor acc;
   for (const Tensor& p : params) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
     Tensor g64 = detail::cast(g, DType::F64);
-    total += sum(g64 * g64).item<double>();
+    Tensor s = sum(g64 * g64);
+    acc = !acc.defined() ? s : acc + (s.device() == acc.device() ? s : s.to(acc.device()));
   }
-  total = std::sqrt(total);
+  const double total = acc.defined() ? std::sqrt(acc.item<double>()) : 0.0;
   const double coef = max_norm / (total + 1e-6);
   if (coef < 1) {
     for (const Tensor& p : params) {
