@@ -5,6 +5,8 @@
 // Python's json module (class counts per split, QA counts, answer types, distinct answers).
 #include <catch2/catch.hpp>
 
+#include "test_util.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -27,6 +29,13 @@
 
 namespace {
 
+using mc_test::contains;
+using mc_test::error_of;
+
+struct TempDir : mc_test::TempDir {
+  TempDir() : mc_test::TempDir("mc_test_data") {}
+};
+
 namespace fs = std::filesystem;
 using namespace mc::data;
 
@@ -37,38 +46,6 @@ const std::string kRad = kShared + "vqa_rad";
 const std::string kSlake = kShared + "slake";
 const std::string kRoco = kShared + "roco";
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-// The message of the mc::Error that f throws ("" when it throws none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const mc::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/mc_test_data_XXXXXX";
-    char* p = ::mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-  void write(const std::string& name, const std::string& bytes) const {
-    fs::create_directories(fs::path(file(name)).parent_path());
-    std::ofstream f(file(name), std::ios::binary);
-    f.write(bytes.data(), std::streamsize(bytes.size()));
-  }
-};
 
 void put16(std::string& s, uint32_t v) {
   s += char(v & 0xFF);

@@ -2,6 +2,8 @@
 // CLIP BPE vs open_clip on every ROCO caption and a list of tricky strings, WordPiece vs transformers'
 // BertTokenizer on the ROCO / VQA-RAD / SLAKE texts and tricky strings, tensor layouts, error cases.
 #include <catch2/catch.hpp>
+
+#include "test_util.hpp"
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +25,8 @@
 #include "mc/tokenize/wordpiece.hpp"
 
 namespace {
+
+using mc_test::error_of;
 
 namespace fs = std::filesystem;
 using mc::tokenize::ClipTokenizer;
@@ -209,16 +213,6 @@ std::vector<std::string> clip_byte_tokens() {
   std::vector<std::string> out;
   for (int b : order) out.push_back(mc::tokenize::uni::encode_utf8(std::u32string(1, cp[size_t(b)])));
   return out;
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const mc::Error& e) {
-    return e.what();
-  }
-  return "<no mc::Error thrown>";
 }
 
 }  // namespace

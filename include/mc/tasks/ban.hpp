@@ -345,7 +345,7 @@ class BanHead : public nn::Module {
       Tensor keep;
       {
         NoGradGuard ng;
-        keep = detail::cast(q_mask != 0.0, qe.dtype()).reshape({B, Nq, 1});
+        keep = mc::detail::cast(q_mask != 0.0, qe.dtype()).reshape({B, Nq, 1});
       }
       qe = qe * keep;
     }
