@@ -48,10 +48,9 @@ uint64_t fnv1a64(const std::vector<int64_t>& ids) {
 }
 
 // The shared data folder is required (CMake disables this test file when it is absent).
-bool have_data() {
+void require_data() {
   REQUIRE(fs::exists(kData + "roco"));
   REQUIRE(fs::exists(kClipVocab));
-  return true;
 }
 
 const ClipTokenizer& clip() {
@@ -222,7 +221,7 @@ std::vector<std::string> clip_byte_tokens() {
 // ---------------------------------------------------------------------------------------------------
 
 TEST_CASE("clip: ids equal open_clip on every ROCO caption", "[tokenize][clip]") {
-  if (!have_data()) return;
+  require_data();
   auto caps = roco_captions();
   Columns c{gunzip_file(kFixtures + "clip_roco.bin.gz")};
   uint32_t n = c.header();
@@ -275,7 +274,7 @@ TEST_CASE("clip: ids equal open_clip on every ROCO caption", "[tokenize][clip]")
 }
 
 TEST_CASE("clip: tricky strings, context rows and decode equal open_clip", "[tokenize][clip]") {
-  if (!have_data()) return;
+  require_data();
   for (const Json& rec : jsonl(kFixtures + "clip_tricky.jsonl")) {
     std::string text = rec["text"];
     std::vector<int64_t> want = rec["ids"];
@@ -296,7 +295,7 @@ TEST_CASE("clip: tricky strings, context rows and decode equal open_clip", "[tok
 }
 
 TEST_CASE("clip: context tensor layout and truncation", "[tokenize][clip]") {
-  if (!have_data()) return;
+  require_data();
   const ClipTokenizer& tok = clip();
   CHECK(tok.sot_id() == 49406);
   CHECK(tok.eot_id() == 49407);
@@ -335,7 +334,7 @@ TEST_CASE("clip: context tensor layout and truncation", "[tokenize][clip]") {
 }
 
 TEST_CASE("clip: vocab.json + merges.txt give the same tokenizer", "[tokenize][clip]") {
-  if (!have_data()) return;
+  require_data();
   // Build the Hugging Face files from the gzip vocabulary.
   std::string text = gunzip_file(kClipVocab);
   auto lines = [&] {
@@ -375,7 +374,7 @@ TEST_CASE("clip: vocab.json + merges.txt give the same tokenizer", "[tokenize][c
 }
 
 TEST_CASE("clip: in-memory factories give the same ids as the file factory", "[tokenize][clip]") {
-  if (!have_data()) return;
+  require_data();
   const std::string text = gunzip_file(kClipVocab);
   const std::vector<uint8_t> gz = mc::io::read_file(kClipVocab);
   ClipTokenizer mem = ClipTokenizer::from_merges_text(text, "bpe text");
@@ -415,7 +414,7 @@ TEST_CASE("clip: in-memory factories give the same ids as the file factory", "[t
 }
 
 TEST_CASE("clip: one tokenizer shared by threads", "[tokenize][clip]") {
-  if (!have_data()) return;
+  require_data();
   auto caps = roco_captions();
   ClipTokenizer tok = ClipTokenizer::from_gz(kClipVocab);  // fresh cache
   std::vector<std::vector<int64_t>> want;
@@ -505,7 +504,7 @@ std::vector<std::pair<std::string, std::string>> wordpiece_corpus() {
 }  // namespace
 
 TEST_CASE("wordpiece: ids equal BertTokenizer on the ROCO / VQA-RAD / SLAKE texts", "[tokenize][wordpiece]") {
-  if (!have_data()) return;
+  require_data();
   auto corpus = wordpiece_corpus();
   Columns c{gunzip_file(kFixtures + "wordpiece_texts.bin.gz")};
   uint32_t n = c.header();
@@ -540,7 +539,7 @@ TEST_CASE("wordpiece: ids equal BertTokenizer on the ROCO / VQA-RAD / SLAKE text
 }
 
 TEST_CASE("wordpiece: the in-memory factory gives the same ids as the file factory", "[tokenize][wordpiece]") {
-  if (!have_data()) return;
+  require_data();
   const std::vector<uint8_t> raw = mc::io::read_file(kFixtures + "vocab.txt");
   const std::string text(raw.begin(), raw.end());
   WordPieceTokenizer::Options cased;
