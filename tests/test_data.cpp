@@ -31,6 +31,10 @@ namespace {
 
 using mc_test::contains;
 using mc_test::error_of;
+using mc_test::npy;
+using mc_test::put16;
+using mc_test::put32;
+using mc_test::zip_stored;
 
 struct TempDir : mc_test::TempDir {
   TempDir() : mc_test::TempDir("mc_test_data") {}
@@ -47,79 +51,14 @@ const std::string kSlake = kShared + "slake";
 const std::string kRoco = kShared + "roco";
 
 
-void put16(std::string& s, uint32_t v) {
-  s += char(v & 0xFF);
-  s += char((v >> 8) & 0xFF);
-}
-void put32(std::string& s, uint32_t v) {
-  put16(s, v & 0xFFFF);
-  put16(s, v >> 16);
-}
 
 // A .npy (version 1.0) of raw little-endian data.
-std::string npy(const std::string& descr, const std::vector<int64_t>& shape, const std::string& data) {
-  std::string sh = "(";
-  for (size_t i = 0; i < shape.size(); ++i) sh += std::to_string(shape[i]) + (shape.size() == 1 || i + 1 < shape.size() ? "," : "");
-  sh += ")";
-  std::string h = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + sh + ", }";
-  while ((10 + h.size() + 1) % 64 != 0) h += ' ';
-  h += '\n';
-  std::string out = "\x93NUMPY";
-  out += char(1);
-  out += char(0);
-  put16(out, uint32_t(h.size()));
-  return out + h + data;
-}
 
 // A .npz with stored (uncompressed) entries.
 std::string npz(const std::vector<std::pair<std::string, std::string>>& arrays) {
-  std::string out, central;
-  for (const auto& [name0, data] : arrays) {
-    const std::string name = name0 + ".npy";
-    const uint32_t crc = mc::io::crc32(reinterpret_cast<const uint8_t*>(data.data()), data.size());
-    const uint32_t offset = uint32_t(out.size());
-    put32(out, 0x04034b50);
-    put16(out, 20);
-    put16(out, 0);
-    put16(out, 0);
-    put16(out, 0);
-    put16(out, 0);
-    put32(out, crc);
-    put32(out, uint32_t(data.size()));
-    put32(out, uint32_t(data.size()));
-    put16(out, uint32_t(name.size()));
-    put16(out, 0);
-    out += name + data;
-    put32(central, 0x02014b50);
-    put16(central, 20);
-    put16(central, 20);
-    put16(central, 0);
-    put16(central, 0);
-    put16(central, 0);
-    put16(central, 0);
-    put32(central, crc);
-    put32(central, uint32_t(data.size()));
-    put32(central, uint32_t(data.size()));
-    put16(central, uint32_t(name.size()));
-    put16(central, 0);
-    put16(central, 0);
-    put16(central, 0);
-    put16(central, 0);
-    put32(central, 0);
-    put32(central, offset);
-    central += name;
-  }
-  const uint32_t cd_offset = uint32_t(out.size());
-  out += central;
-  put32(out, 0x06054b50);
-  put16(out, 0);
-  put16(out, 0);
-  put16(out, uint32_t(arrays.size()));
-  put16(out, uint32_t(arrays.size()));
-  put32(out, uint32_t(central.size()));
-  put32(out, cd_offset);
-  put16(out, 0);
-  return out;
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (const auto& [name, data] : arrays) entries.emplace_back(name + ".npy", data);
+  return zip_stored(entries);
 }
 
 std::string bytes_of(const std::vector<uint8_t>& v) { return std::string(v.begin(), v.end()); }

@@ -29,6 +29,10 @@ namespace {
 
 using mc_test::contains;
 using mc_test::error_of;
+using mc_test::npy;
+using mc_test::put16;
+using mc_test::put32;
+using mc_test::zip_stored;
 
 struct TempDir : mc_test::TempDir {
   TempDir() : mc_test::TempDir("mc_test_study") {}
@@ -77,73 +81,9 @@ void save_model(const models::DualEncoder& m, const std::string& path) {
 
 // ---- synthetic data ----
 
-void put16(std::string& s, uint32_t v) {
-  s += char(v & 0xFF);
-  s += char((v >> 8) & 0xFF);
-}
-void put32(std::string& s, uint32_t v) {
-  put16(s, v & 0xFFFF);
-  put16(s, v >> 16);
-}
 
 // A .npy (version 1.0) of uint8 data.
-std::string npy_u8(const std::vector<int64_t>& shape, const std::string& data) {
-  std::string sh = "(";
-  for (size_t i = 0; i < shape.size(); ++i) sh += std::to_string(shape[i]) + ",";
-  sh += ")";
-  std::string h = "{'descr': '|u1', 'fortran_order': False, 'shape': " + sh + ", }";
-  while ((10 + h.size() + 1) % 64 != 0) h += ' ';
-  h += '\n';
-  std::string out = "\x93NUMPY";
-  out += char(1);
-  out += char(0);
-  put16(out, uint32_t(h.size()));
-  return out + h + data;
-}
 
-// A zip archive with stored entries (a .npz when the entries are .npy).
-std::string zip_stored(const std::vector<std::pair<std::string, std::string>>& entries) {
-  std::string out, central;
-  for (const auto& [name, data] : entries) {
-    const uint32_t crc = io::crc32(reinterpret_cast<const uint8_t*>(data.data()), data.size());
-    const uint32_t offset = uint32_t(out.size());
-    for (std::string* s : {&out, &central}) {
-      const bool c = s == &central;
-      put32(*s, c ? 0x02014b50 : 0x04034b50);
-      if (c) put16(*s, 20);
-      put16(*s, 20);
-      put16(*s, 0);
-      put16(*s, 0);
-      put16(*s, 0);
-      put16(*s, 0);
-      put32(*s, crc);
-      put32(*s, uint32_t(data.size()));
-      put32(*s, uint32_t(data.size()));
-      put16(*s, uint32_t(name.size()));
-      put16(*s, 0);
-      if (c) {
-        put16(*s, 0);
-        put16(*s, 0);
-        put16(*s, 0);
-        put32(*s, 0);
-        put32(*s, offset);
-      }
-      *s += name;
-      if (!c) out += data;
-    }
-  }
-  const uint32_t cd_offset = uint32_t(out.size());
-  out += central;
-  put32(out, 0x06054b50);
-  put16(out, 0);
-  put16(out, 0);
-  put16(out, uint32_t(entries.size()));
-  put16(out, uint32_t(entries.size()));
-  put32(out, uint32_t(central.size()));
-  put32(out, cd_offset);
-  put16(out, 0);
-  return out;
-}
 
 // A learnable 28x28 grey image of class c (0 or 1): a bright square in one of two corners, plus noise.
 std::string synthetic_image(int c, data::SeededRng& rng) {
@@ -167,8 +107,8 @@ std::string synthetic_breastmnist(const TempDir& dir, int64_t n_train = 48, int6
       images += synthetic_image(c, rng);
       labels += char(c);
     }
-    entries.emplace_back(std::string(split) + "_images.npy", npy_u8({n, 28, 28}, images));
-    entries.emplace_back(std::string(split) + "_labels.npy", npy_u8({n, 1}, labels));
+    entries.emplace_back(std::string(split) + "_images.npy", npy("|u1", {n, 28, 28}, images));
+    entries.emplace_back(std::string(split) + "_labels.npy", npy("|u1", {n, 1}, labels));
   }
   dir.write("breastmnist.npz", zip_stored(entries));
   return dir.file("breastmnist.npz");
